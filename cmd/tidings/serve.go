@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"tidings/config"
+	"tidings/storage"
+)
+
+// Background maintenance and shutdown timings.
+const (
+	sweepEvery   = time.Hour
+	blobGrace    = time.Hour // DESIGN.md §Blobs: default grace period
+	purgeEvery   = 24 * time.Hour
+	tombstoneAge = 30 * 24 * time.Hour // README §Decisions
+	shutdownWait = 10 * time.Second
+)
+
+func (c *cli) serve(ctx context.Context, args []string) error {
+	fs, o := newFlags("serve")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, 0); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(o)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger(c.stderr)
+	if cfg.Local {
+		log.Info("local mode: no --config given", "data_dir", cfg.DataDir)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+
+	certs, created, err := config.LoadCertificates(cfg)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("made a self-signed certificate", "dir", cfg.TLSDir(), "names", "localhost, 127.0.0.1, ::1, "+cfg.Hostname)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	st, err := openStore(ctx, cfg, log, true)
+	if err != nil {
+		return err
+	}
+	if d, err := st.Durability(ctx); err == nil {
+		log.Info("store open", "driver", st.Driver(), "database", cfg.RedactedDatabase(), "blobs", cfg.Blobs.Store, "durable", d.Safe)
+		if !d.Safe {
+			log.Warn("durability settings are unsafe; acknowledged mail may be lost on a crash (allow_unsafe_durability = true)", "settings", fmt.Sprint(d.Settings))
+		}
+	}
+
+	// Open every listener before serving any, so a port in use fails the
+	// start instead of leaving a half-running server.
+	type open struct {
+		l  config.Listener
+		ln net.Listener
+	}
+	var lns []open
+	closeAll := func() {
+		for _, x := range lns {
+			x.ln.Close()
+		}
+	}
+	for _, l := range cfg.Listeners() {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			closeAll()
+			closeWithin(st, shutdownWait)
+			return fmt.Errorf("listen.%s: %w", l.Name, err)
+		}
+		lns = append(lns, open{l, ln})
+	}
+
+	var wg sync.WaitGroup
+	servers := make([]*placeholder, 0, len(lns))
+	for _, x := range lns {
+		p := newPlaceholder(x.l.Name, cfg.Hostname, log)
+		servers = append(servers, p)
+		var tc *tls.Config
+		if x.l.TLS {
+			tc = certs.TLSConfig()
+		}
+		log.Info("listening", "proto", x.l.Name, "addr", x.ln.Addr().String(), "tls", x.l.TLS, "proxy_protocol", len(x.l.Proxy) > 0)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Serve(x.ln, tc); err != nil {
+				log.Error("listener failed", "proto", x.l.Name, "err", err)
+			}
+		}()
+	}
+
+	maintCtx, stopMaint := context.WithCancel(context.Background())
+	var maintWG sync.WaitGroup
+	maintWG.Add(1)
+	go func() {
+		defer maintWG.Done()
+		maintain(maintCtx, st, log)
+	}()
+
+	// SIGHUP reloads the certificates (DESIGN.md §Configuration).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info("tidings started", "hostname", cfg.Hostname, "version", versionString())
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			if err := certs.Reload(); err != nil {
+				log.Error("certificate reload failed; keeping the old ones", "err", err)
+			} else {
+				log.Info("certificates reloaded")
+			}
+		}
+	}
+
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
+	defer cancel()
+	for _, p := range servers {
+		if err := p.Shutdown(sctx); err != nil {
+			log.Warn("listener shutdown", "proto", p.name, "err", err)
+		}
+	}
+	wg.Wait()
+	stopMaint()
+	maintWG.Wait()
+	if err := closeWithin(st, shutdownWait); err != nil {
+		log.Error("closing the store", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// maintain runs the periodic store jobs until ctx ends: the blob sweeper
+// hourly and the tombstone purge daily. Failures are logged and retried at
+// the next tick; they never stop the server.
+func maintain(ctx context.Context, st storage.Store, log *slog.Logger) {
+	sweep := time.NewTicker(sweepEvery)
+	defer sweep.Stop()
+	purge := time.NewTicker(purgeEvery)
+	defer purge.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sweep.C:
+			n, err := st.SweepBlobs(ctx, blobGrace)
+			switch {
+			case err != nil && !errors.Is(err, context.Canceled):
+				log.Warn("blob sweep failed", "err", err)
+			case n > 0:
+				log.Info("blob sweep", "deleted", n)
+			}
+		case <-purge.C:
+			n, err := st.PurgeTombstones(ctx, tombstoneAge)
+			switch {
+			case err != nil && !errors.Is(err, context.Canceled):
+				log.Warn("tombstone purge failed", "err", err)
+			case n > 0:
+				log.Info("tombstone purge", "purged", n)
+			}
+		}
+	}
+}
