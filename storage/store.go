@@ -151,6 +151,15 @@ type Store interface {
 	// listener reconnect and (SQLite) when another process wrote.
 	Subscribe(account AccountID, fn func(Hint)) (cancel func())
 
+	// Leases give one holder a named thing across nodes (a POP3 maildrop,
+	// later queue items): taken and refreshed in short transactions, never
+	// a session-long lock. AcquireLease succeeds when the lease is free,
+	// expired, or already held by holder; RefreshLease reports false when
+	// holder lost it.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	RefreshLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+
 	// Maintenance.
 	// SweepBlobs deletes blobs whose reference count has been zero for at
 	// least grace; returns how many.
