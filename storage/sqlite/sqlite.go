@@ -162,9 +162,10 @@ func (s *Store) pollDataVersion(ctx context.Context) {
 			}
 			s.Logger().Warn("reading data_version failed", "err", err)
 		} else if v != last {
-			if last != -1 {
-				s.CatchUp()
-			}
+			// Catch up on the first reading too: a commit that landed
+			// between Open (or a Subscribe) and this goroutine's first
+			// look would otherwise wait for the periodic catch-up.
+			s.CatchUp()
 			last = v
 		}
 		select {
