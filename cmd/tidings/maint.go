@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"sort"
+	"strings"
 )
 
 func (c *cli) check(ctx context.Context, args []string) error {
@@ -23,6 +25,24 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		return err
 	}
 	defer e.Close()
+	// The durability read-back first: an administrator checking the store
+	// wants to know that an acknowledged message is on disk.
+	if d, err := e.store.Durability(ctx); err == nil {
+		keys := make([]string, 0, len(d.Settings))
+		for k := range d.Settings {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var kv []string
+		for _, k := range keys {
+			kv = append(kv, k+"="+d.Settings[k])
+		}
+		safe := "safe"
+		if !d.Safe {
+			safe = "UNSAFE"
+		}
+		fmt.Fprintf(c.stdout, "durability: %s %s (%s)\n", d.Driver, strings.Join(kv, " "), safe)
+	}
 	rep, err := e.store.Check(ctx, *repair)
 	if err != nil {
 		return fmt.Errorf("check: %w", err)
