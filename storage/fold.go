@@ -42,11 +42,23 @@ func DomainASCII(domain string) (string, error) {
 	if d == "" {
 		return "", fmt.Errorf("empty domain: %w", ErrInvalid)
 	}
+	if !utf8.ValidString(d) {
+		return "", fmt.Errorf("domain %q: not valid UTF-8: %w", domain, ErrInvalid)
+	}
 	a, err := idna.Lookup.ToASCII(d)
 	if err != nil {
 		return "", fmt.Errorf("domain %q: %v: %w", domain, err, ErrInvalid)
 	}
-	return strings.ToLower(a), nil
+	a = strings.ToLower(a)
+	// The mapping can empty a label ("xn--"); an A-label must also map
+	// back, or the same domain would have two keys.
+	if a == "" || strings.Contains(a, "..") || strings.HasSuffix(a, ".") {
+		return "", fmt.Errorf("domain %q: empty label: %w", domain, ErrInvalid)
+	}
+	if _, err := idna.Lookup.ToUnicode(a); err != nil {
+		return "", fmt.Errorf("domain %q: %v: %w", domain, err, ErrInvalid)
+	}
+	return a, nil
 }
 
 // DomainUnicode returns the U-label (display) form of a domain name. Invalid
@@ -66,6 +78,9 @@ func FoldAddress(addr string) (string, error) {
 	at := strings.LastIndexByte(addr, '@')
 	if at <= 0 || at == len(addr)-1 {
 		return "", fmt.Errorf("address %q: missing local part or domain: %w", addr, ErrInvalid)
+	}
+	if !utf8.ValidString(addr[:at]) {
+		return "", fmt.Errorf("address %q: local part is not valid UTF-8: %w", addr, ErrInvalid)
 	}
 	d, err := DomainASCII(addr[at+1:])
 	if err != nil {
