@@ -13,7 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"tidings/auth"
 	"tidings/config"
+	"tidings/pop3d"
 	"tidings/storage"
 )
 
@@ -91,20 +93,40 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		lns = append(lns, open{l, ln})
 	}
 
+	dir := auth.New(st, authConfig(cfg), log.With("component", "auth"))
 	var wg sync.WaitGroup
-	servers := make([]*placeholder, 0, len(lns))
+	var servers []named
+	var pop *pop3d.Server // one server for both POP3 listeners
 	for _, x := range lns {
-		p := newPlaceholder(x.l.Name, cfg.Hostname, log)
-		servers = append(servers, p)
-		var tc *tls.Config
-		if x.l.TLS {
-			tc = certs.TLSConfig()
+		var run func() error
+		switch x.l.Name {
+		case "pop3", "pop3s":
+			if pop == nil {
+				pop = pop3d.New(pop3d.Config{Hostname: cfg.Hostname, TLS: certs.TLSConfig()},
+					pop3d.Deps{Store: st, Dir: dir, Logger: log.With("proto", "pop3")})
+				servers = append(servers, named{"pop3", pop})
+			}
+			ln := x.ln
+			run = func() error { return pop.Serve(ln) }
+			if x.l.TLS {
+				run = func() error { return pop.ServeTLS(ln) }
+			}
+		default:
+			// Front ends not written yet answer "not available yet".
+			p := newPlaceholder(x.l.Name, cfg.Hostname, log)
+			servers = append(servers, named{x.l.Name, p})
+			var tc *tls.Config
+			if x.l.TLS {
+				tc = certs.TLSConfig()
+			}
+			ln := x.ln
+			run = func() error { return p.Serve(ln, tc) }
 		}
 		log.Info("listening", "proto", x.l.Name, "addr", x.ln.Addr().String(), "tls", x.l.TLS, "proxy_protocol", len(x.l.Proxy) > 0)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.Serve(x.ln, tc); err != nil {
+			if err := run(); err != nil {
 				log.Error("listener failed", "proto", x.l.Name, "err", err)
 			}
 		}()
@@ -153,6 +175,17 @@ wait:
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// service is a running front end.
+type service interface {
+	Shutdown(ctx context.Context) error
+}
+
+// named is a front end with the name its log lines use.
+type named struct {
+	name string
+	service
 }
 
 // maintain runs the periodic store jobs until ctx ends: the blob sweeper
