@@ -510,86 +510,9 @@ func (s *Store) Deliver(ctx context.Context, src storage.BlobSource, targets []s
 		}
 	}
 	err = s.withTx(ctx, func(tx *Tx) error {
-		type job struct {
-			i       int
-			owner   storage.AccountID
-			mailbox storage.MailboxID
-			uidv    int64
-		}
-		var jobs []job
-		for i, t := range targets {
-			if preps[i].m.Analysis == nil {
-				continue // failed preparation; error already set
-			}
-			results[i] = storage.DeliveryResult{}
-			j := job{i: i, owner: t.Owner, mailbox: t.Mailbox}
-			var err error
-			if t.Mailbox == 0 {
-				err = tx.QueryRow(ctx, `SELECT id, uidvalidity FROM mailboxes WHERE account_id = ? AND name_key = 'inbox'`, t.Owner).Scan(&j.mailbox, &j.uidv)
-			} else {
-				err = tx.QueryRow(ctx, `SELECT uidvalidity FROM mailboxes WHERE id = ? AND account_id = ?`, t.Mailbox, t.Owner).Scan(&j.uidv)
-			}
-			if errors.Is(err, sql.ErrNoRows) {
-				results[i].Err = notFound("mailbox %d of account %d", t.Mailbox, t.Owner)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			jobs = append(jobs, j)
-		}
-		// Lock order: accounts by id, then mailboxes by id.
-		sort.SliceStable(jobs, func(a, b int) bool {
-			if jobs[a].owner != jobs[b].owner {
-				return jobs[a].owner < jobs[b].owner
-			}
-			return jobs[a].mailbox < jobs[b].mailbox
-		})
-		locked := map[storage.MailboxID]*counters{}
-		var order []storage.MailboxID
-		var items []indexItem
-		refs := int64(0)
-		for _, j := range jobs {
-			p := preps[j.i]
-			if err := s.chargeUsage(ctx, tx, j.owner, p.size, 1); err != nil {
-				if errors.Is(err, storage.ErrOverQuota) || errors.Is(err, storage.ErrNotFound) {
-					results[j.i].Err = err
-					continue
-				}
-				return err
-			}
-			c := locked[j.mailbox]
-			if c == nil {
-				cc, err := s.lockCounters(ctx, tx, j.owner, j.mailbox)
-				if err != nil {
-					return err
-				}
-				cc.highest++
-				c = &cc
-				locked[j.mailbox] = c
-				order = append(order, j.mailbox)
-			}
-			uid, emailID, err := s.insertEntry(ctx, tx, j.owner, j.mailbox, c, hash, blobSize, p, c.highest)
-			if err != nil {
-				if errors.Is(err, storage.ErrLimit) {
-					// A keyword limit is this recipient's problem; undo its charge.
-					if err := s.addUsage(ctx, tx, j.owner, -p.size, -1); err != nil {
-						return err
-					}
-					results[j.i].Err = err
-					continue
-				}
-				return err
-			}
-			refs++
-			results[j.i].Result = storage.AppendResult{Mailbox: j.mailbox, UIDValidity: uint32(j.uidv), UID: uid, ModSeq: c.highest, EmailID: emailID}
-			items = append(items, indexItem{j.owner, j.mailbox, uid, p.text, hs})
-			tx.hint(j.owner, j.mailbox, c.highest)
-		}
-		for _, mb := range order {
-			if err := s.writeCounters(ctx, tx, mb, *locked[mb]); err != nil {
-				return err
-			}
+		refs, items, err := s.deliverTx(ctx, tx, hash, blobSize, targets, preps, results, hs)
+		if err != nil {
+			return err
 		}
 		if err := s.refBlobs(ctx, tx, map[string]blobRef{hash: {hash: hash, n: refs, size: blobSize}}); err != nil {
 			return err
@@ -605,6 +528,97 @@ func (s *Store) Deliver(ctx context.Context, src storage.BlobSource, targets []s
 		return nil, err
 	}
 	return results, nil
+}
+
+// deliverTx adds one entry per prepared target inside tx (Deliver and
+// Submit share it). A target failing for its own reason gets its error in
+// results; the caller adds the returned number of blob references and
+// enqueues the index items after commit. It may run again on a retried
+// transaction, so it resets the results it owns.
+func (s *Store) deliverTx(ctx context.Context, tx *Tx, hash string, blobSize int64, targets []storage.DeliveryTarget,
+	preps []prepared, results []storage.DeliveryResult, hs []header) (int64, []indexItem, error) {
+	type job struct {
+		i       int
+		owner   storage.AccountID
+		mailbox storage.MailboxID
+		uidv    int64
+	}
+	var jobs []job
+	for i, t := range targets {
+		if preps[i].m.Analysis == nil {
+			continue // failed preparation; error already set
+		}
+		results[i] = storage.DeliveryResult{}
+		j := job{i: i, owner: t.Owner, mailbox: t.Mailbox}
+		var err error
+		if t.Mailbox == 0 {
+			err = tx.QueryRow(ctx, `SELECT id, uidvalidity FROM mailboxes WHERE account_id = ? AND name_key = 'inbox'`, t.Owner).Scan(&j.mailbox, &j.uidv)
+		} else {
+			err = tx.QueryRow(ctx, `SELECT uidvalidity FROM mailboxes WHERE id = ? AND account_id = ?`, t.Mailbox, t.Owner).Scan(&j.uidv)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			results[i].Err = notFound("mailbox %d of account %d", t.Mailbox, t.Owner)
+			continue
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+		jobs = append(jobs, j)
+	}
+	// Lock order: accounts by id, then mailboxes by id.
+	sort.SliceStable(jobs, func(a, b int) bool {
+		if jobs[a].owner != jobs[b].owner {
+			return jobs[a].owner < jobs[b].owner
+		}
+		return jobs[a].mailbox < jobs[b].mailbox
+	})
+	locked := map[storage.MailboxID]*counters{}
+	var order []storage.MailboxID
+	var items []indexItem
+	refs := int64(0)
+	for _, j := range jobs {
+		p := preps[j.i]
+		if err := s.chargeUsage(ctx, tx, j.owner, p.size, 1); err != nil {
+			if errors.Is(err, storage.ErrOverQuota) || errors.Is(err, storage.ErrNotFound) {
+				results[j.i].Err = err
+				continue
+			}
+			return 0, nil, err
+		}
+		c := locked[j.mailbox]
+		if c == nil {
+			cc, err := s.lockCounters(ctx, tx, j.owner, j.mailbox)
+			if err != nil {
+				return 0, nil, err
+			}
+			cc.highest++
+			c = &cc
+			locked[j.mailbox] = c
+			order = append(order, j.mailbox)
+		}
+		uid, emailID, err := s.insertEntry(ctx, tx, j.owner, j.mailbox, c, hash, blobSize, p, c.highest)
+		if err != nil {
+			if errors.Is(err, storage.ErrLimit) {
+				// A keyword limit is this recipient's problem; undo its charge.
+				if err := s.addUsage(ctx, tx, j.owner, -p.size, -1); err != nil {
+					return 0, nil, err
+				}
+				results[j.i].Err = err
+				continue
+			}
+			return 0, nil, err
+		}
+		refs++
+		results[j.i].Result = storage.AppendResult{Mailbox: j.mailbox, UIDValidity: uint32(j.uidv), UID: uid, ModSeq: c.highest, EmailID: emailID}
+		items = append(items, indexItem{j.owner, j.mailbox, uid, p.text, hs})
+		tx.hint(j.owner, j.mailbox, c.highest)
+	}
+	for _, mb := range order {
+		if err := s.writeCounters(ctx, tx, mb, *locked[mb]); err != nil {
+			return 0, nil, err
+		}
+	}
+	return refs, items, nil
 }
 
 // ---- reading ----
@@ -747,33 +761,50 @@ func (s *Store) ClaimRecent(ctx context.Context, pr storage.Principal, owner sto
 
 // OpenMessage implements storage.Store.
 func (s *Store) OpenMessage(ctx context.Context, pr storage.Principal, owner storage.AccountID, mailbox storage.MailboxID, uid storage.UID) (storage.Message, storage.ReaderAtCloser, error) {
-	var m storage.Message
-	err := s.readTx(ctx, func(tx *Tx) error {
-		var md string
-		var prefix []byte
-		var err error
-		m, err = scanMessage(tx.QueryRow(ctx, `SELECT `+msgCols+`, m.metadata, m.prefix FROM messages m
-			WHERE m.mailbox_id = ? AND m.uid = ? AND m.account_id = ?`, mailbox, int64(uid), owner), mailbox, &md, &prefix)
-		if errors.Is(err, sql.ErrNoRows) {
-			return notFound("message %d in mailbox %d", uid, mailbox)
-		}
-		if err != nil {
-			return err
-		}
-		m.Prefix = append([]byte{}, prefix...)
-		m.Analysis = new(storage.Analysis)
-		if err := json.Unmarshal([]byte(md), m.Analysis); err != nil {
-			return fmt.Errorf("message %d/%d metadata: %v: %w", mailbox, uid, err, storage.ErrUnavailable)
-		}
-		kw, err := keywordsOf(ctx, tx, "m.mailbox_id = ? AND m.uid = ?", mailbox, int64(uid))
-		if err != nil {
-			return err
-		}
-		m.Flags.Keywords = kw[uid]
-		return nil
-	})
+	// One statement, no transaction: RETR, TOP and BODY[] run this per
+	// message, and on PostgreSQL a snapshot transaction would add BEGIN and
+	// COMMIT round trips. The keyword join yields one row per keyword (or
+	// one row with NULL), all from the statement's single snapshot.
+	rows, err := s.query(ctx, `SELECT `+msgCols+`, m.metadata, m.prefix, k.display FROM messages m
+		LEFT JOIN message_keywords mk ON mk.mailbox_id = m.mailbox_id AND mk.uid = m.uid
+		LEFT JOIN keywords k ON k.id = mk.keyword_id
+		WHERE m.mailbox_id = ? AND m.uid = ? AND m.account_id = ? ORDER BY k.id`, mailbox, int64(uid), owner)
 	if err != nil {
-		return storage.Message{}, nil, err
+		return storage.Message{}, nil, s.dbErr(err)
+	}
+	var m storage.Message
+	var md string
+	var prefix []byte
+	found := false
+	for rows.Next() {
+		var kw sql.NullString
+		mm, err := scanMessage(rows, mailbox, &md, &prefix, &kw)
+		if err != nil {
+			rows.Close()
+			return storage.Message{}, nil, s.dbErr(err)
+		}
+		if !found {
+			m, found = mm, true
+		}
+		if kw.Valid {
+			m.Flags.Keywords = append(m.Flags.Keywords, kw.String)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return storage.Message{}, nil, s.dbErr(err)
+	}
+	rows.Close()
+	if !found {
+		return storage.Message{}, nil, notFound("message %d in mailbox %d", uid, mailbox)
+	}
+	m.Prefix = append([]byte{}, prefix...)
+	m.Analysis = new(storage.Analysis)
+	if err := json.Unmarshal([]byte(md), m.Analysis); err != nil {
+		return storage.Message{}, nil, fmt.Errorf("message %d/%d metadata: %v: %w", mailbox, uid, err, storage.ErrUnavailable)
+	}
+	if cb, ok := s.blobs.(*ChunkBlobs); ok {
+		return m, cb.openKnown(ctx, m.BlobHash, m.BlobSize), nil
 	}
 	r, err := s.blobs.Open(ctx, m.BlobHash)
 	if err != nil {
