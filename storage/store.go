@@ -40,6 +40,11 @@ const System Principal = 0
 // use. Errors wrap the sentinels of errors.go; a database failure wraps
 // ErrUnavailable.
 type Store interface {
+	// The outbound queue, shared keys and event counters (queue.go).
+	Queue
+	Keys
+	Counter
+
 	// Driver is "postgres" or "sqlite".
 	Driver() string
 	// Durability reads back the settings that make commits durable.

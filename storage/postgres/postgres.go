@@ -24,7 +24,7 @@ import (
 var migrationFS embed.FS
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Channel is the NOTIFY channel of change hints.
 const Channel = "tidings_changes"

@@ -25,7 +25,7 @@ import (
 var migrationFS embed.FS
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // PollInterval is how often PRAGMA data_version is read to notice writes by
 // other processes.

@@ -185,6 +185,10 @@ func (s *Store) PurgeAccount(ctx context.Context, id storage.AccountID, batch in
 	return done, err
 }
 
+// blobUsers counts the references each blob should have: one per mailbox
+// entry and one per queued message.
+const blobUsers = `SELECT blob_hash, count(*) AS n FROM (SELECT blob_hash FROM messages UNION ALL SELECT blob_hash FROM queue_messages) r GROUP BY blob_hash`
+
 // Check implements storage.Store. Without repair it reads one snapshot;
 // with repair each drifted row is recomputed again under its lock and
 // rewritten.
@@ -250,11 +254,11 @@ func (s *Store) Check(ctx context.Context, repair bool) (storage.CheckReport, er
 			return err
 		}
 		// Blob reference counts: rows with a count, and entries without a row.
-		rows, err = tx.Query(ctx, `SELECT b.hash, b.refcount, COALESCE(a.n, 0) FROM blobs b LEFT JOIN (
-				SELECT blob_hash, count(*) AS n FROM messages GROUP BY blob_hash) a ON a.blob_hash = b.hash
+		// A queued message holds one reference, like a mailbox entry.
+		rows, err = tx.Query(ctx, `SELECT b.hash, b.refcount, COALESCE(a.n, 0) FROM blobs b LEFT JOIN (`+blobUsers+`) a ON a.blob_hash = b.hash
 			WHERE b.refcount <> COALESCE(a.n, 0)
 			UNION ALL
-			SELECT a.blob_hash, 0, a.n FROM (SELECT blob_hash, count(*) AS n FROM messages GROUP BY blob_hash) a
+			SELECT a.blob_hash, 0, a.n FROM (`+blobUsers+`) a
 			WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.hash = a.blob_hash)`)
 		if err != nil {
 			return err
@@ -274,7 +278,7 @@ func (s *Store) Check(ctx context.Context, repair bool) (storage.CheckReport, er
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = tx.Query(ctx, `SELECT DISTINCT blob_hash FROM messages ORDER BY blob_hash`)
+		rows, err = tx.Query(ctx, `SELECT blob_hash FROM messages UNION SELECT blob_hash FROM queue_messages ORDER BY blob_hash`)
 		if err != nil {
 			return err
 		}
@@ -300,7 +304,7 @@ func (s *Store) Check(ctx context.Context, repair bool) (storage.CheckReport, er
 			continue
 		}
 		var n int64
-		if err := s.queryRow(ctx, `SELECT count(*) FROM messages WHERE blob_hash = ?`, h).Scan(&n); err != nil {
+		if err := s.queryRow(ctx, `SELECT (SELECT count(*) FROM messages WHERE blob_hash = ?) + (SELECT count(*) FROM queue_messages WHERE blob_hash = ?)`, h, h).Scan(&n); err != nil {
 			return rep, s.dbErr(err)
 		}
 		rep.MissingBlobs += int(n)
@@ -352,7 +356,8 @@ func (s *Store) Check(ctx context.Context, repair bool) (storage.CheckReport, er
 			err := tx.QueryRow(ctx, `SELECT refcount FROM blobs WHERE hash = ?`+s.d.ForUpdate(), h).Scan(&ref)
 			if errors.Is(err, sql.ErrNoRows) {
 				var size int64
-				if err := tx.QueryRow(ctx, `SELECT COALESCE(max(blob_size), 0) FROM messages WHERE blob_hash = ?`, h).Scan(&size); err != nil {
+				if err := tx.QueryRow(ctx, `SELECT COALESCE(max(blob_size), 0) FROM (SELECT blob_size FROM messages WHERE blob_hash = ?
+					UNION ALL SELECT blob_size FROM queue_messages WHERE blob_hash = ?) u`, h, h).Scan(&size); err != nil {
 					return err
 				}
 				if _, err := tx.Exec(ctx, `INSERT INTO blobs (hash, size, refcount, zero_since) VALUES (?, ?, 0, ?)`, h, size, nowMicro()); err != nil {
@@ -362,7 +367,7 @@ func (s *Store) Check(ctx context.Context, repair bool) (storage.CheckReport, er
 				return err
 			}
 			var n int64
-			if err := tx.QueryRow(ctx, `SELECT count(*) FROM messages WHERE blob_hash = ?`, h).Scan(&n); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages WHERE blob_hash = ?) + (SELECT count(*) FROM queue_messages WHERE blob_hash = ?)`, h, h).Scan(&n); err != nil {
 				return err
 			}
 			zero := int64(0)

@@ -56,6 +56,7 @@ func Run(t *testing.T, h Harness) {
 		{"SearchDepth", testSearchDepth},
 		{"NilSetMeansAll", testNilSet},
 	}
+	cases = append(cases, queueCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, h) })
 	}
