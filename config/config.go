@@ -33,6 +33,10 @@ type Config struct {
 	// AllowUnsafeDurability lets the server start on a database that may
 	// lose acknowledged mail (DESIGN.md §Writing a message).
 	AllowUnsafeDurability bool `toml:"allow_unsafe_durability"`
+	// TrashRetention is how long entries stay in \Trash and \Junk of
+	// accounts with the trashcan policy before the daily purge removes
+	// them; 0 keeps them for ever.
+	TrashRetention time.Duration `toml:"trash_retention"`
 
 	Blobs  Blobs  `toml:"blobs"`
 	TLS    TLS    `toml:"tls"`
@@ -135,6 +139,7 @@ const (
 	DefaultMinVersion         = "1.2"
 	DefaultSubaddress         = "+"
 	DefaultFailWindow         = 15 * time.Minute
+	DefaultTrashRetention     = 30 * 24 * time.Hour
 	DefaultMaxFailuresIP      = 20
 	DefaultMaxFailuresAccount = 10
 )
@@ -228,8 +233,9 @@ func serverListen() Listen {
 // finish.
 func defaults() *Config {
 	return &Config{
-		DataDir: DefaultDataDir,
-		TLS:     TLS{MinVersion: DefaultMinVersion},
+		DataDir:        DefaultDataDir,
+		TrashRetention: DefaultTrashRetention,
+		TLS:            TLS{MinVersion: DefaultMinVersion},
 		Auth: Auth{
 			SubaddressSeparator: DefaultSubaddress,
 			FailWindow:          DefaultFailWindow,
@@ -406,6 +412,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Auth.SubaddressSeparator) > 1 || strings.ContainsAny(c.Auth.SubaddressSeparator, "@ \t\"") {
 		return c.errorf("auth.subaddress_separator", "%q: must be one character other than @, space or quote, or empty", c.Auth.SubaddressSeparator)
+	}
+	if c.TrashRetention < 0 {
+		return c.errorf("trash_retention", "must not be negative, e.g. \"720h\" (0 keeps trash for ever)")
 	}
 	if c.Auth.FailWindow <= 0 {
 		return c.errorf("auth.fail_window", "must be positive, e.g. \"15m\"")

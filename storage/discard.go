@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Discard is the one expunge path of the front ends that remove messages
@@ -18,11 +19,11 @@ import (
 // returns the UIDs that left mailbox, ascending.
 //
 // Decisions:
-//   - Messages are simply moved, even when Trash already holds a copy of
-//     the same blob (an IMAP client that copied before deleting). Two Trash
-//     entries cost one blob reference, not a second copy of the bytes, and
-//     deciding "the same message" by BlobHash+InternalDate would wrongly
-//     merge two deliveries of one message.
+//   - A message Trash already holds (same EMAILID: a client that COPYs to
+//     Trash and then EXPUNGEs, as clients without MOVE do) is expunged, not
+//     moved a second time. EMAILID is kept by COPY and MOVE and differs
+//     between two deliveries of the same bytes, so distinct messages are
+//     never merged.
 //   - An account without a \Trash mailbox (renamed away, deleted) gets a
 //     plain expunge: the person asked for deletion and there is nowhere to
 //     keep the messages; refusing would leave POP3 QUIT unable to finish.
@@ -42,13 +43,26 @@ func Discard(ctx context.Context, s Store, p Principal, owner AccountID, mailbox
 			return nil, fmt.Errorf("discard from mailbox %d: %w", mailbox, err)
 		}
 		if ok {
-			res, err := s.Move(ctx, p, owner, mailbox, set, owner, trash)
+			move, drop, err := splitHeld(ctx, s, p, owner, mailbox, set, trash)
 			if err != nil {
-				return nil, fmt.Errorf("discard from mailbox %d: move to trash: %w", mailbox, err)
+				return nil, fmt.Errorf("discard from mailbox %d: %w", mailbox, err)
 			}
-			uids := make([]UID, 0, len(res.Pairs))
-			for _, pr := range res.Pairs {
-				uids = append(uids, pr.Src)
+			var uids []UID
+			if len(move) > 0 {
+				res, err := s.Move(ctx, p, owner, mailbox, move, owner, trash)
+				if err != nil {
+					return nil, fmt.Errorf("discard from mailbox %d: move to trash: %w", mailbox, err)
+				}
+				for _, pr := range res.Pairs {
+					uids = append(uids, pr.Src)
+				}
+			}
+			if len(drop) > 0 {
+				gone, err := s.ExpungeUIDs(ctx, p, owner, mailbox, drop)
+				if err != nil {
+					return nil, fmt.Errorf("discard from mailbox %d: %w", mailbox, err)
+				}
+				uids = append(uids, gone...)
 			}
 			slices.Sort(uids)
 			return uids, nil
@@ -82,4 +96,89 @@ func trashFor(ctx context.Context, s Store, p Principal, owner AccountID, mailbo
 		}
 	}
 	return 0, false, nil
+}
+
+// splitHeld divides set into the messages to move to trash and those trash
+// already holds (same EMAILID), which are only expunged.
+func splitHeld(ctx context.Context, s Store, p Principal, owner AccountID, mailbox MailboxID, set UIDSet, trash MailboxID) (move, drop UIDSet, err error) {
+	msgs, err := s.Messages(ctx, p, owner, mailbox, set, MessageOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	held := map[string]bool{}
+	const batch = 100 // bounds the OR criteria of one search
+	for i := 0; i < len(msgs); i += batch {
+		var or []SearchKey
+		ids := map[string]bool{}
+		for _, m := range msgs[i:min(i+batch, len(msgs))] {
+			if m.EmailID != "" && !ids[m.EmailID] {
+				ids[m.EmailID] = true
+				or = append(or, SearchKey{Op: SearchEmailID, Value: m.EmailID})
+			}
+		}
+		if len(or) == 0 {
+			continue
+		}
+		found, err := s.Search(ctx, p, owner, trash, SearchKey{Op: SearchOr, Children: or})
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(found) == 0 {
+			continue
+		}
+		inTrash, err := s.Messages(ctx, p, owner, trash, uidSetOf(found), MessageOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, t := range inTrash {
+			held[t.EmailID] = true
+		}
+	}
+	move, drop = UIDSet{}, UIDSet{}
+	for _, m := range msgs {
+		r := UIDRange{Start: m.UID, Stop: m.UID}
+		if held[m.EmailID] {
+			drop = append(drop, r)
+		} else {
+			move = append(move, r)
+		}
+	}
+	return move, drop, nil
+}
+
+func uidSetOf(uids []UID) UIDSet {
+	set := make(UIDSet, 0, len(uids))
+	for _, u := range uids {
+		set = append(set, UIDRange{Start: u, Stop: u})
+	}
+	return set
+}
+
+// PurgeTrash expunges the entries of owner's \Trash and \Junk mailboxes
+// whose internal date is before cutoff (the trashcan's retention, default
+// 30 days; run daily by serve). It returns how many were removed.
+func PurgeTrash(ctx context.Context, s Store, owner AccountID, cutoff time.Time) (int, error) {
+	mbs, err := s.Mailboxes(ctx, System, owner)
+	if err != nil {
+		return 0, fmt.Errorf("purge trash of account %d: %w", owner, err)
+	}
+	n := 0
+	for _, m := range mbs {
+		if m.SpecialUse != `\Trash` && m.SpecialUse != `\Junk` {
+			continue
+		}
+		old, err := s.Search(ctx, System, owner, m.ID, SearchKey{Op: SearchBefore, Time: cutoff})
+		if err != nil {
+			return n, fmt.Errorf("purge trash of account %d: %w", owner, err)
+		}
+		if len(old) == 0 {
+			continue
+		}
+		gone, err := s.ExpungeUIDs(ctx, System, owner, m.ID, uidSetOf(old))
+		if err != nil {
+			return n, fmt.Errorf("purge trash of account %d: %w", owner, err)
+		}
+		n += len(gone)
+	}
+	return n, nil
 }

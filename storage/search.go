@@ -23,6 +23,7 @@ const (
 	SearchLarger              // size > Size
 	SearchSmaller             // size < Size
 	SearchModSeq              // modseq >= ModSeq
+	SearchEmailID             // EMAILID (RFC 8474) equals Value; copies keep it
 )
 
 // MaxSearchDepth bounds nesting of And/Or/Not; deeper criteria get ErrLimit.

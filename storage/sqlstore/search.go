@@ -178,6 +178,9 @@ func (b *searchBuilder) build(k storage.SearchKey, depth int) (string, error) {
 	case storage.SearchModSeq:
 		b.args = append(b.args, int64(k.ModSeq))
 		return "m.modseq >= ?", nil
+	case storage.SearchEmailID:
+		b.args = append(b.args, k.Value)
+		return "m.email_id = ?", nil
 	}
 	return "", fmt.Errorf("search key %d: %w", k.Op, storage.ErrInvalid)
 }
