@@ -223,6 +223,33 @@ func (c *cli) userDisable(ctx context.Context, args []string) error {
 	})
 }
 
+// userTrashcan turns the per-account trashcan on or off: with it, IMAP
+// EXPUNGE and POP3 deletions move mail to Trash, and the daily purge
+// empties Trash and Junk after trash_retention.
+func (c *cli) userTrashcan(ctx context.Context, args []string) error {
+	return c.withEnv(ctx, "user trashcan", args, 2, 2, func(e *env, pos []string) error {
+		var on bool
+		switch pos[1] {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return usagef("user trashcan: want on or off, not %q", pos[1])
+		}
+		a, err := e.store.AccountByAddress(ctx, pos[0])
+		if err != nil {
+			return fmt.Errorf("user %q: %w", pos[0], err)
+		}
+		p := a.Policy
+		p.Trashcan = on
+		if err := e.dir.SetPolicy(ctx, pos[0], p); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "trashcan %s for %s\n", pos[1], pos[0])
+		return nil
+	})
+}
+
 func (c *cli) userRemove(ctx context.Context, args []string) error {
 	return c.withEnv(ctx, "user remove", args, 1, 1, func(e *env, pos []string) error {
 		if err := e.dir.RemoveUser(ctx, pos[0]); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,7 +16,10 @@ import (
 
 	"tidings/auth"
 	"tidings/config"
+	"tidings/delivery"
+	"tidings/imapd"
 	"tidings/pop3d"
+	"tidings/smtpd"
 	"tidings/storage"
 )
 
@@ -94,12 +98,43 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	}
 
 	dir := auth.New(st, authConfig(cfg), log.With("component", "auth"))
+	mail := newMailFlow(ctx, cfg, st, dir, log)
 	var wg sync.WaitGroup
 	var servers []named
-	var pop *pop3d.Server // one server for both POP3 listeners
+	var pop *pop3d.Server  // one server for both POP3 listeners
+	var imap *imapd.Server // and one for both IMAP listeners
+	var mx, sub *smtpd.Server
 	for _, x := range lns {
 		var run func() error
 		switch x.l.Name {
+		case "smtp":
+			if mx == nil {
+				mx = mail.server(smtpd.MX, certs.TLSConfig())
+				servers = append(servers, named{"smtp", mx})
+			}
+			ln := x.ln
+			run = func() error { return mx.Serve(ln) }
+		case "submission", "submissions":
+			if sub == nil {
+				sub = mail.server(smtpd.Submission, certs.TLSConfig())
+				servers = append(servers, named{"submission", sub})
+			}
+			ln := x.ln
+			run = func() error { return sub.Serve(ln) }
+			if x.l.TLS {
+				run = func() error { return sub.ServeTLS(ln) }
+			}
+		case "imap", "imaps":
+			if imap == nil {
+				imap = imapd.New(imapd.Config{Hostname: cfg.Hostname, TLS: certs.TLSConfig()},
+					imapd.Deps{Store: st, Dir: dir, Logger: log.With("proto", "imap")})
+				servers = append(servers, named{"imap", imap})
+			}
+			ln := x.ln
+			run = func() error { return imap.Serve(ln) }
+			if x.l.TLS {
+				run = func() error { return imap.ServeTLS(ln) }
+			}
 		case "pop3", "pop3s":
 			if pop == nil {
 				pop = pop3d.New(pop3d.Config{Hostname: cfg.Hostname, TLS: certs.TLSConfig()},
@@ -137,7 +172,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	maintWG.Add(1)
 	go func() {
 		defer maintWG.Done()
-		maintain(maintCtx, st, log)
+		maintain(maintCtx, st, log, cfg.TrashRetention)
 	}()
 
 	// SIGHUP reloads the certificates (DESIGN.md §Configuration).
@@ -168,6 +203,7 @@ wait:
 		}
 	}
 	wg.Wait()
+	mail.stop()
 	stopMaint()
 	maintWG.Wait()
 	if err := closeWithin(st, shutdownWait); err != nil {
@@ -188,10 +224,34 @@ type named struct {
 	service
 }
 
+// purgeTrash empties old Trash and Junk entries of the accounts whose
+// trashcan policy keeps deleted mail there (README §Decisions).
+func purgeTrash(ctx context.Context, st storage.Store, log *slog.Logger, retention time.Duration) {
+	accts, err := st.Accounts(ctx, "")
+	if err != nil {
+		log.Warn("trash purge failed", "err", err)
+		return
+	}
+	cutoff := time.Now().Add(-retention)
+	for _, a := range accts {
+		if !a.Policy.Trashcan {
+			continue
+		}
+		n, err := storage.PurgeTrash(ctx, st, a.ID, cutoff)
+		if err != nil {
+			log.Warn("trash purge failed", "account", a.Address, "err", err)
+			continue
+		}
+		if n > 0 {
+			log.Info("trash purge", "account", a.Address, "purged", n)
+		}
+	}
+}
+
 // maintain runs the periodic store jobs until ctx ends: the blob sweeper
 // hourly and the tombstone purge daily. Failures are logged and retried at
 // the next tick; they never stop the server.
-func maintain(ctx context.Context, st storage.Store, log *slog.Logger) {
+func maintain(ctx context.Context, st storage.Store, log *slog.Logger, trashRetention time.Duration) {
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
 	purge := time.NewTicker(purgeEvery)
@@ -216,6 +276,85 @@ func maintain(ctx context.Context, st storage.Store, log *slog.Logger) {
 			case n > 0:
 				log.Info("tombstone purge", "purged", n)
 			}
+			if trashRetention > 0 {
+				purgeTrash(ctx, st, log, trashRetention)
+			}
 		}
+	}
+}
+
+// mailFlow is the delivery side shared by the SMTP front ends: routing and
+// local delivery, DKIM signing, SRS, and the outbound queue runner.
+type mailFlow struct {
+	cfg      *config.Config
+	st       storage.Store
+	dir      *auth.Directory
+	log      *slog.Logger
+	resolver *net.Resolver
+	local    *delivery.Local
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// dnsServerEnv points every DNS lookup of the mail flow (SPF, DKIM,
+// DMARC, MX) at one server, host:port. Tests set it so the real binary
+// never asks the machine's resolver; unset, the system resolver is used.
+const dnsServerEnv = "TIDINGS_DNS_SERVER"
+
+func newMailFlow(ctx context.Context, cfg *config.Config, st storage.Store, dir *auth.Directory, log *slog.Logger) *mailFlow {
+	m := &mailFlow{cfg: cfg, st: st, dir: dir, log: log, resolver: net.DefaultResolver, done: make(chan struct{})}
+	if addr := os.Getenv(dnsServerEnv); addr != "" {
+		m.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}
+		log.Info("dns lookups go to one server", "server", addr)
+	}
+	signer := delivery.NewSigner(st, log.With("component", "dkim"))
+	runner := delivery.NewRunner(delivery.RunnerConfig{Hostname: cfg.Hostname, Resolver: m.resolver},
+		delivery.RunnerDeps{Store: st, Dir: dir, Signer: signer, Logger: log.With("component", "queue")})
+	deps := delivery.LocalDeps{Store: st, Dir: dir, Signer: signer, Kick: runner.Kick, Logger: log.With("component", "delivery")}
+	secret, err := st.Secret(ctx, "srs", func() ([]byte, error) {
+		b := make([]byte, 32)
+		rand.Read(b)
+		return b, nil
+	})
+	if err != nil {
+		log.Warn("no srs secret; forwards keep their sender", "err", err)
+	} else {
+		deps.SRS = delivery.NewSRS(secret, cfg.Hostname)
+	}
+	m.local = delivery.NewLocal(delivery.LocalConfig{
+		SubaddressSeparator: authConfig(cfg).SubaddressSeparator,
+		Hostname:            cfg.Hostname,
+	}, deps)
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go func() {
+		defer close(m.done)
+		if err := runner.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("queue runner stopped", "err", err)
+		}
+	}()
+	return m
+}
+
+// server builds one SMTP front end.
+func (m *mailFlow) server(mode smtpd.Mode, tc *tls.Config) *smtpd.Server {
+	return smtpd.New(smtpd.Config{
+		Mode:     mode,
+		Hostname: m.cfg.Hostname,
+		TLS:      tc,
+		Resolver: m.resolver,
+	}, smtpd.Deps{Store: m.st, Dir: m.dir, Local: m.local, Logger: m.log})
+}
+
+// stop ends the queue runner (after the front ends have stopped).
+func (m *mailFlow) stop() {
+	m.cancel()
+	select {
+	case <-m.done:
+	case <-time.After(shutdownWait):
+		m.log.Warn("queue runner did not stop in time")
 	}
 }
