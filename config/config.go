@@ -42,6 +42,7 @@ type Config struct {
 	TLS    TLS    `toml:"tls"`
 	Listen Listen `toml:"listen"`
 	Auth   Auth   `toml:"auth"`
+	SMTP   SMTP   `toml:"smtp"`
 	Log    Log    `toml:"log"`
 
 	// Path is the file the configuration was read from; "" in local mode.
@@ -124,6 +125,42 @@ type Auth struct {
 	// HashWorkers bounds concurrent password hashing (0 = number of CPUs).
 	HashWorkers int `toml:"hash_workers"`
 }
+
+// SMTP holds the mail flow's tunables: the SMTP front ends' limits and the
+// outbound queue. Zero values mean the packages' defaults.
+type SMTP struct {
+	// MaxMessageSize is the SIZE limit, e.g. "64M" (552 5.3.4 beyond it).
+	MaxMessageSize string `toml:"max_message_size"`
+	// MaxRecipients per transaction (452 4.5.3 beyond it).
+	MaxRecipients int `toml:"max_recipients"`
+	// DMARCReject refuses mail failing DMARC under p=reject with 550 5.7.1;
+	// false only records the result.
+	DMARCReject *bool `toml:"dmarc_reject"`
+	// MessagesPerHour and RecipientsPerHour limit each submission account
+	// (451 4.7.0); an account's policy overrides them.
+	MessagesPerHour   int `toml:"messages_per_hour"`
+	RecipientsPerHour int `toml:"recipients_per_hour"`
+	// DNSServer sends every mail-flow DNS query (MX, SPF, DKIM, DMARC) to
+	// one server, host:port; "" uses the system resolver.
+	DNSServer string `toml:"dns_server"`
+	// Smarthost relays all outbound mail through host:port instead of
+	// direct MX delivery.
+	Smarthost             string `toml:"smarthost"`
+	SmarthostUser         string `toml:"smarthost_user"`
+	SmarthostPassword     string `toml:"smarthost_password"`
+	SmarthostPasswordFile string `toml:"smarthost_password_file"`
+	// SmarthostTLS is "starttls" (required), "tls" (implicit) or "none".
+	SmarthostTLS string `toml:"smarthost_tls"`
+	// GiveUp is how long a message is retried before it bounces; a
+	// delay warning goes to the sender after DelayWarning.
+	GiveUp       time.Duration `toml:"give_up"`
+	DelayWarning time.Duration `toml:"delay_warning"`
+
+	maxBytes int64
+}
+
+// MaxMessageBytes is MaxMessageSize in bytes (0 = default).
+func (s SMTP) MaxMessageBytes() int64 { return s.maxBytes }
 
 // Log configures the server's log.
 type Log struct {
@@ -313,6 +350,31 @@ func (c *Config) finish() error {
 		if c.Database == "" {
 			return c.errorf("database_file", "%s is empty", c.DatabaseFile)
 		}
+	}
+	if c.SMTP.SmarthostPasswordFile != "" {
+		if c.SMTP.SmarthostPassword != "" {
+			return c.errorf("smtp.smarthost_password", "set either smarthost_password or smarthost_password_file, not both")
+		}
+		b, err := os.ReadFile(c.SMTP.SmarthostPasswordFile)
+		if err != nil {
+			return c.errorf("smtp.smarthost_password_file", "%v", err)
+		}
+		c.SMTP.SmarthostPassword = strings.TrimSpace(string(b))
+	}
+	if c.SMTP.MaxMessageSize != "" {
+		n, err := ParseSize(c.SMTP.MaxMessageSize)
+		if err != nil || n <= 0 {
+			return c.errorf("smtp.max_message_size", "want a size such as \"64M\", not %q", c.SMTP.MaxMessageSize)
+		}
+		c.SMTP.maxBytes = n
+	}
+	switch c.SMTP.SmarthostTLS {
+	case "", "starttls", "tls", "none":
+	default:
+		return c.errorf("smtp.smarthost_tls", "want starttls, tls or none, not %q", c.SMTP.SmarthostTLS)
+	}
+	if c.SMTP.MaxRecipients < 0 || c.SMTP.MessagesPerHour < 0 || c.SMTP.RecipientsPerHour < 0 || c.SMTP.GiveUp < 0 || c.SMTP.DelayWarning < 0 {
+		return c.errorf("smtp", "limits and durations must not be negative")
 	}
 	if c.Hostname == "" {
 		h, err := os.Hostname()

@@ -159,6 +159,19 @@ format = "json"
 	}
 }
 
+func TestParseSMTP(t *testing.T) {
+	c, err := config.Parse("tidings.toml", []byte("[smtp]\nmax_message_size = \"10M\"\nsmarthost = \"relay.example:587\"\ndmarc_reject = false\ngive_up = \"48h\""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.SMTP.MaxMessageBytes(); got != 10<<20 {
+		t.Errorf("MaxMessageBytes() = %d; want %d", got, 10<<20)
+	}
+	if c.SMTP.Smarthost != "relay.example:587" || c.SMTP.DMARCReject == nil || *c.SMTP.DMARCReject || c.SMTP.GiveUp != 48*time.Hour {
+		t.Errorf("SMTP = %+v; want smarthost, dmarc_reject false, give_up 48h", c.SMTP)
+	}
+}
+
 func TestParseBlobsDefaultPostgres(t *testing.T) {
 	c, err := config.Parse("t.toml", []byte(`database = "postgres://u@h/db"`))
 	if err != nil {
@@ -201,6 +214,12 @@ func TestParseErrors(t *testing.T) {
 		{"log level", "[log]\nlevel = \"loud\"", `log.level: "loud"`},
 		{"log format", "[log]\nformat = \"xml\"", `log.format: "xml"`},
 		{"hostname", `hostname = "a b"`, `hostname: "a b"`},
+		{"trash retention", `trash_retention = "-1h"`, `trash_retention`},
+		{"message size", "[smtp]\nmax_message_size = \"huge\"", `smtp.max_message_size`},
+		{"smarthost tls", "[smtp]\nsmarthost_tls = \"maybe\"", `smtp.smarthost_tls: want starttls`},
+		{"smarthost password twice", "[smtp]\nsmarthost_password = \"a\"\nsmarthost_password_file = \"/x\"", `smtp.smarthost_password: set either`},
+		{"negative limit", "[smtp]\nmessages_per_hour = -1", `smtp: limits`},
+		{"unknown smtp key", "[smtp]\nrelayhost = \"x\"", `unknown key "smtp.relayhost"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

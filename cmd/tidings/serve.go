@@ -303,7 +303,11 @@ const dnsServerEnv = "TIDINGS_DNS_SERVER"
 
 func newMailFlow(ctx context.Context, cfg *config.Config, st storage.Store, dir *auth.Directory, log *slog.Logger) *mailFlow {
 	m := &mailFlow{cfg: cfg, st: st, dir: dir, log: log, resolver: net.DefaultResolver, done: make(chan struct{})}
-	if addr := os.Getenv(dnsServerEnv); addr != "" {
+	addr := cfg.SMTP.DNSServer
+	if env := os.Getenv(dnsServerEnv); env != "" {
+		addr = env
+	}
+	if addr != "" {
 		m.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
@@ -311,7 +315,16 @@ func newMailFlow(ctx context.Context, cfg *config.Config, st storage.Store, dir 
 		log.Info("dns lookups go to one server", "server", addr)
 	}
 	signer := delivery.NewSigner(st, log.With("component", "dkim"))
-	runner := delivery.NewRunner(delivery.RunnerConfig{Hostname: cfg.Hostname, Resolver: m.resolver},
+	runner := delivery.NewRunner(delivery.RunnerConfig{
+		Hostname:          cfg.Hostname,
+		Resolver:          m.resolver,
+		Smarthost:         cfg.SMTP.Smarthost,
+		SmarthostUser:     cfg.SMTP.SmarthostUser,
+		SmarthostPassword: cfg.SMTP.SmarthostPassword,
+		SmarthostTLS:      cfg.SMTP.SmarthostTLS,
+		GiveUp:            cfg.SMTP.GiveUp,
+		DelayWarning:      cfg.SMTP.DelayWarning,
+	},
 		delivery.RunnerDeps{Store: st, Dir: dir, Signer: signer, Logger: log.With("component", "queue")})
 	deps := delivery.LocalDeps{Store: st, Dir: dir, Signer: signer, Kick: runner.Kick, Logger: log.With("component", "delivery")}
 	secret, err := st.Secret(ctx, "srs", func() ([]byte, error) {
@@ -341,11 +354,17 @@ func newMailFlow(ctx context.Context, cfg *config.Config, st storage.Store, dir 
 
 // server builds one SMTP front end.
 func (m *mailFlow) server(mode smtpd.Mode, tc *tls.Config) *smtpd.Server {
+	c := m.cfg.SMTP
 	return smtpd.New(smtpd.Config{
-		Mode:     mode,
-		Hostname: m.cfg.Hostname,
-		TLS:      tc,
-		Resolver: m.resolver,
+		Mode:              mode,
+		Hostname:          m.cfg.Hostname,
+		TLS:               tc,
+		Resolver:          m.resolver,
+		MaxMessageBytes:   c.MaxMessageBytes(),
+		MaxRecipients:     c.MaxRecipients,
+		IgnoreDMARCReject: c.DMARCReject != nil && !*c.DMARCReject,
+		MessagesPerHour:   c.MessagesPerHour,
+		RecipientsPerHour: c.RecipientsPerHour,
 	}, smtpd.Deps{Store: m.st, Dir: m.dir, Local: m.local, Logger: m.log})
 }
 
