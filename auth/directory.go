@@ -27,6 +27,9 @@ type Config struct {
 	MaxDepth            int           // default 10
 	// CacheEntries bounds the argon2 result cache (default 10,000).
 	CacheEntries int
+	// SessionCheck is how often WatchEnabled re-reads watched accounts
+	// (default 30 s).
+	SessionCheck time.Duration
 	// Now is the clock for policy hours and the limiter window (default
 	// time.Now); tests inject a fixed one.
 	Now func() time.Time
@@ -62,6 +65,7 @@ type Directory struct {
 	sem       chan struct{} // argon2 workers
 	cache     *verifyCache
 	dummyHash string // verified for unknown users so they cost the same
+	watch     sessionWatch
 }
 
 // New returns a Directory over store. log may be nil (discard).
@@ -100,6 +104,9 @@ func New(store storage.Store, cfg Config, log *slog.Logger) *Directory {
 	}
 	if cfg.MaxDepth <= 0 {
 		cfg.MaxDepth = DefaultMaxDepth
+	}
+	if cfg.SessionCheck <= 0 {
+		cfg.SessionCheck = DefaultSessionCheck
 	}
 	if cfg.CacheEntries <= 0 {
 		cfg.CacheEntries = DefaultCacheEntries

@@ -131,7 +131,8 @@ func seed(t testing.TB, st storage.Store) {
 func startServer(t testing.TB, st storage.Store, cfg Config) *env {
 	t.Helper()
 	logger := testLogger()
-	dir := auth.New(st, auth.Config{Argon2: cheapArgon2}, logger)
+	// A short session check so TestDisabledAccountEndsSession is quick.
+	dir := auth.New(st, auth.Config{Argon2: cheapArgon2, SessionCheck: 50 * time.Millisecond}, logger)
 	cfg.TLS = testTLS(t)
 	e := &env{t: t, store: st, dir: dir}
 	e.srv = New(cfg, Deps{Store: st, Dir: dir, Logger: logger})

@@ -40,6 +40,9 @@ type session struct {
 	acct    storage.Account
 	sel     *selected
 	byeOnce sync.Once
+	// stopWatch ends the watch that closes the session when its account
+	// is disabled (DESIGN.md §Identity).
+	stopWatch func()
 }
 
 // selected is the state of the selected mailbox.
@@ -93,6 +96,9 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 // Close implements imapserver.Session.
 func (s *session) Close() error {
 	s.timer.Stop()
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	s.unselect()
 	s.cancel()
 	s.srv.mu.Lock()
@@ -173,6 +179,10 @@ func (s *session) login(user, pass, authz string) error {
 	s.timer.Stop()
 	s.log = s.log.With("user", acct.Address)
 	s.log.Info("login")
+	s.stopWatch = s.srv.dir.WatchEnabled(acct.ID, func() {
+		s.log.Info("account disabled; ending session")
+		s.bye("Account disabled")
+	})
 	return nil
 }
 

@@ -516,3 +516,28 @@ func TestImportedUIDL(t *testing.T) {
 		c.expect("+OK 1 000001a2b3c4")
 	})
 }
+
+// TestDisabledAccountEndsSession: disabling the account ends an open
+// session without deleting what it marked (DESIGN.md §Identity).
+func TestDisabledAccountEndsSession(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, d driver) {
+		e := newEnv(t, d, envOpts{authCfg: auth.Config{SessionCheck: 10 * time.Millisecond}})
+		c := e.dial(true)
+		c.expect("+OK *")
+		c.send("AUTH PLAIN " + plainResp(alice, alicePass))
+		c.expect("+OK maildrop has 3 messages *")
+		c.send("DELE 1")
+		c.expect("+OK *")
+		if err := e.dir.SetEnabled(context.Background(), alice, false); err != nil {
+			t.Fatal(err)
+		}
+		c.expect("-ERR [AUTH] account disabled; nothing was deleted")
+		if !c.eof() {
+			t.Fatalf("connection open after the account was disabled; want closed")
+		}
+		ms, err := e.store.Messages(context.Background(), e.acct.ID, e.acct.ID, e.inbox.ID, nil, storage.MessageOptions{})
+		if err != nil || len(ms) != 3 {
+			t.Errorf("maildrop holds %d messages (%v); want 3", len(ms), err)
+		}
+	})
+}

@@ -82,6 +82,10 @@ type session struct {
 
 	shutdown  atomic.Bool
 	leaseLost atomic.Bool
+	// disabled is set when the account is disabled during the session
+	// (DESIGN.md §Identity: disabling an account ends its sessions).
+	disabled  atomic.Bool
+	stopWatch func()
 	stopLease chan struct{}
 	leaseDone chan struct{}
 }
@@ -245,6 +249,8 @@ func (s *session) stopping() bool {
 	case s.leaseLost.Load():
 		// Another session may now own the maildrop: stop without UPDATE.
 		msg = "-ERR [SYS/TEMP] maildrop lock lost; nothing was deleted"
+	case s.disabled.Load():
+		msg = "-ERR [AUTH] account disabled; nothing was deleted"
 	default:
 		return false
 	}
@@ -273,6 +279,9 @@ func (s *session) abuse() bool {
 // refresher and release the lease (with a fresh context: the session's
 // deadline may be gone). A session that did not QUIT deletes nothing.
 func (s *session) cleanup() {
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	if s.stopLease != nil {
 		close(s.stopLease)
 		<-s.leaseDone
@@ -571,6 +580,7 @@ func (s *session) login(user, pass, authz string) bool {
 	}
 	s.state = stateTrans
 	s.startRefresher()
+	s.stopWatch = s.srv.dir.WatchEnabled(acct.ID, func() { s.interrupt(&s.disabled) })
 	n, size := s.totals()
 	s.log.Debug("login", "messages", n)
 	s.reply("+OK maildrop has %d messages (%d octets)", n, size)
