@@ -81,6 +81,10 @@ type Tx struct {
 	d     Dialect
 	hints []storage.Hint
 	after []func()
+	// wroteMessage is set when the transaction inserted a message or
+	// queue row (Deliver, Submit, Append): the fault hook before COMMIT
+	// fires only for those.
+	wroteMessage bool
 }
 
 // Exec runs a statement.

@@ -23,6 +23,10 @@
 //   - Text is folded in Go (storage.Fold) and compared as bytes in SQL.
 //   - Search text is written by a background indexer after commit, never in
 //     the append transaction.
+//   - A binary built with the faulthooks tag can end the process right
+//     before the COMMIT of a transaction that wrote a message or queue row
+//     (fault_hooks.go), for the durability tests; the default build
+//     compiles the hook away.
 //
 // The package imports no database driver.
 package sqlstore

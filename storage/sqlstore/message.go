@@ -415,6 +415,7 @@ func (s *Store) insertEntry(ctx context.Context, tx *Tx, owner storage.AccountID
 			return 0, "", err
 		}
 	}
+	tx.wroteMessage = true
 	c.messages++
 	c.size += p.size
 	if !f.Seen {

@@ -206,6 +206,7 @@ func (s *Store) insertQueued(ctx context.Context, tx *Tx, m storage.QueueMessage
 			return "", err
 		}
 	}
+	tx.wroteMessage = true
 	return id, nil
 }
 

@@ -168,6 +168,9 @@ func (s *Store) withTx(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 		err = fn(tx)
 		if err == nil {
+			if tx.wroteMessage {
+				faultPoint("sqlstore-before-commit")
+			}
 			err = tx.tx.Commit()
 			if err == nil {
 				s.published(tx)
