@@ -143,6 +143,10 @@ type SMTP struct {
 	// DNSServer sends every mail-flow DNS query (MX, SPF, DKIM, DMARC) to
 	// one server, host:port; "" uses the system resolver.
 	DNSServer string `toml:"dns_server"`
+	// OutboundPort is the port direct MX delivery connects to (0 = 25,
+	// RFC 5321 §4.5.4.2). Only tests and unusual private networks change
+	// it; a smarthost names its own port.
+	OutboundPort int `toml:"outbound_port"`
 	// Smarthost relays all outbound mail through host:port instead of
 	// direct MX delivery.
 	Smarthost             string `toml:"smarthost"`
@@ -372,6 +376,9 @@ func (c *Config) finish() error {
 	case "", "starttls", "tls", "none":
 	default:
 		return c.errorf("smtp.smarthost_tls", "want starttls, tls or none, not %q", c.SMTP.SmarthostTLS)
+	}
+	if c.SMTP.OutboundPort < 0 || c.SMTP.OutboundPort > 65535 {
+		return c.errorf("smtp.outbound_port", "want a port from 1 to 65535, not %d", c.SMTP.OutboundPort)
 	}
 	if c.SMTP.MaxRecipients < 0 || c.SMTP.MessagesPerHour < 0 || c.SMTP.RecipientsPerHour < 0 || c.SMTP.GiveUp < 0 || c.SMTP.DelayWarning < 0 {
 		return c.errorf("smtp", "limits and durations must not be negative")

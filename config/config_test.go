@@ -160,7 +160,7 @@ format = "json"
 }
 
 func TestParseSMTP(t *testing.T) {
-	c, err := config.Parse("tidings.toml", []byte("[smtp]\nmax_message_size = \"10M\"\nsmarthost = \"relay.example:587\"\ndmarc_reject = false\ngive_up = \"48h\""))
+	c, err := config.Parse("tidings.toml", []byte("[smtp]\nmax_message_size = \"10M\"\nsmarthost = \"relay.example:587\"\ndmarc_reject = false\ngive_up = \"48h\"\noutbound_port = 2525"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +169,9 @@ func TestParseSMTP(t *testing.T) {
 	}
 	if c.SMTP.Smarthost != "relay.example:587" || c.SMTP.DMARCReject == nil || *c.SMTP.DMARCReject || c.SMTP.GiveUp != 48*time.Hour {
 		t.Errorf("SMTP = %+v; want smarthost, dmarc_reject false, give_up 48h", c.SMTP)
+	}
+	if c.SMTP.OutboundPort != 2525 {
+		t.Errorf("SMTP.OutboundPort = %d; want 2525", c.SMTP.OutboundPort)
 	}
 }
 
@@ -219,6 +222,8 @@ func TestParseErrors(t *testing.T) {
 		{"smarthost tls", "[smtp]\nsmarthost_tls = \"maybe\"", `smtp.smarthost_tls: want starttls`},
 		{"smarthost password twice", "[smtp]\nsmarthost_password = \"a\"\nsmarthost_password_file = \"/x\"", `smtp.smarthost_password: set either`},
 		{"negative limit", "[smtp]\nmessages_per_hour = -1", `smtp: limits`},
+		{"negative outbound port", "[smtp]\noutbound_port = -1", `smtp.outbound_port: want a port`},
+		{"outbound port too big", "[smtp]\noutbound_port = 65536", `smtp.outbound_port: want a port`},
 		{"unknown smtp key", "[smtp]\nrelayhost = \"x\"", `unknown key "smtp.relayhost"`},
 	}
 	for _, tt := range tests {

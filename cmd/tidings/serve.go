@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -100,6 +102,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	dir := auth.New(st, authConfig(cfg), log.With("component", "auth"))
 	mail := newMailFlow(ctx, cfg, st, dir, log)
 	var wg sync.WaitGroup
+	running := &runningSet{m: map[string]int{}}
 	var servers []named
 	var pop *pop3d.Server  // one server for both POP3 listeners
 	var imap *imapd.Server // and one for both IMAP listeners
@@ -159,8 +162,10 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		}
 		log.Info("listening", "proto", x.l.Name, "addr", x.ln.Addr().String(), "tls", x.l.TLS, "proxy_protocol", len(x.l.Proxy) > 0)
 		wg.Add(1)
+		running.add(x.l.Name)
 		go func() {
 			defer wg.Done()
+			defer running.done(x.l.Name)
 			if err := run(); err != nil {
 				log.Error("listener failed", "proto", x.l.Name, "err", err)
 			}
@@ -197,12 +202,26 @@ wait:
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
 	defer cancel()
+	// Front ends shut down in parallel, each told the same deadline; the
+	// process stops within it even if one of them fails to return, so a
+	// stuck connection can never keep SIGTERM from working.
+	var swg sync.WaitGroup
 	for _, p := range servers {
-		if err := p.Shutdown(sctx); err != nil {
-			log.Warn("listener shutdown", "proto", p.name, "err", err)
-		}
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			if err := p.Shutdown(sctx); err != nil {
+				log.Warn("listener shutdown", "proto", p.name, "err", err)
+			}
+		}()
 	}
-	wg.Wait()
+	stopped := make(chan struct{})
+	go func() { swg.Wait(); wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownWait + time.Second):
+		log.Error("front ends did not stop in time; exiting anyway", "still_running", running.names())
+	}
 	mail.stop()
 	stopMaint()
 	maintWG.Wait()
@@ -211,6 +230,29 @@ wait:
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// runningSet names the listeners whose Serve has not returned, for the
+// shutdown log.
+type runningSet struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (r *runningSet) add(name string)  { r.mu.Lock(); r.m[name]++; r.mu.Unlock() }
+func (r *runningSet) done(name string) { r.mu.Lock(); r.m[name]--; r.mu.Unlock() }
+
+func (r *runningSet) names() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for n, c := range r.m {
+		if c > 0 {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 // service is a running front end.
@@ -318,6 +360,7 @@ func newMailFlow(ctx context.Context, cfg *config.Config, st storage.Store, dir 
 	runner := delivery.NewRunner(delivery.RunnerConfig{
 		Hostname:          cfg.Hostname,
 		Resolver:          m.resolver,
+		Port:              cfg.SMTP.OutboundPort,
 		Smarthost:         cfg.SMTP.Smarthost,
 		SmarthostUser:     cfg.SMTP.SmarthostUser,
 		SmarthostPassword: cfg.SMTP.SmarthostPassword,
