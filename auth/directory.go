@@ -191,7 +191,7 @@ func domainName(name string) (string, error) {
 func (d *Directory) servedDomain(ctx context.Context, ascii string) (storage.Domain, error) {
 	dom, err := d.store.Domain(ctx, ascii)
 	if errors.Is(err, storage.ErrNotFound) {
-		return dom, fmt.Errorf("domain %q is not served here; add it with: tidings domain add %s: %w", ascii, ascii, ErrUnknownDomain)
+		return dom, lineErrorf(ErrUnknownDomain, "domain %q is not served here; add it with: tidings domain add %s", ascii, ascii)
 	}
 	if err != nil {
 		return dom, fmt.Errorf("domain %q: %w", ascii, err)

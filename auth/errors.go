@@ -36,3 +36,19 @@ var (
 	// produced more than MaxExpansion recipients. It wraps storage.ErrLimit.
 	ErrExpansion = fmt.Errorf("alias expansion: %w", storage.ErrLimit)
 )
+
+// lineError is a person-facing one-line message that still unwraps to its
+// sentinel, so the CLI prints the line without a trailing sentinel text
+// while callers keep using errors.Is.
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
+
+// lineErrorf formats the message of a lineError wrapping sentinel.
+func lineErrorf(sentinel error, format string, args ...any) error {
+	return &lineError{msg: fmt.Sprintf(format, args...), err: sentinel}
+}

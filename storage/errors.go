@@ -14,7 +14,7 @@ var (
 	ErrInvalid        = errors.New("invalid argument")
 	ErrDenied         = errors.New("permission denied")
 	ErrNotEmpty       = errors.New("not empty")
-	ErrSchema         = errors.New("database schema is unknown to this binary")
+	ErrSchema         = errors.New("schema mismatch")
 	ErrUnsafe         = errors.New("database durability settings are unsafe")
 	ErrModified       = errors.New("modified since")
 )

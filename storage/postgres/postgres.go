@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -153,42 +152,11 @@ func checkSchema(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case v == 0:
-		return fmt.Errorf("database is not initialised; run tidings migrate: %w", storage.ErrSchema)
-	case v < SchemaVersion:
-		return fmt.Errorf("database schema version %d is older than this binary's %d; run tidings migrate: %w", v, SchemaVersion, storage.ErrSchema)
-	case v > SchemaVersion && minc > SchemaVersion:
-		return fmt.Errorf("database schema version %d needs a newer binary (this one knows %d): %w", v, SchemaVersion, storage.ErrSchema)
-	}
-	return nil
+	return sqlstore.CheckSchema(v, minc, SchemaVersion)
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func migrations() ([]migration, error) {
-	entries, err := migrationFS.ReadDir("migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		n, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: bad name", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{n, e.Name(), string(b)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	return out, nil
+func migrations() ([]sqlstore.Migration, error) {
+	return sqlstore.LoadMigrations(migrationFS, "migrations")
 }
 
 // Migrate creates or upgrades the schema at url under an advisory lock,
@@ -225,23 +193,23 @@ func Migrate(ctx context.Context, url string, log *slog.Logger) error {
 		return nil
 	}
 	for _, m := range ms {
-		if m.version <= v {
+		if m.Version <= v {
 			continue
 		}
 		start := time.Now()
-		log.Info("applying migration", "driver", "postgres", "migration", m.name)
+		log.Info("applying migration", "driver", "postgres", "migration", m.Name)
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return unavailable(err)
 		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("migration %s: %w", m.name, unavailable(err))
+			return fmt.Errorf("migration %s: %w", m.Name, unavailable(err))
 		}
 		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migration %s: %w", m.name, unavailable(err))
+			return fmt.Errorf("migration %s: %w", m.Name, unavailable(err))
 		}
-		log.Info("migration applied", "driver", "postgres", "migration", m.name, "took", time.Since(start).Round(time.Millisecond))
+		log.Info("migration applied", "driver", "postgres", "migration", m.Name, "took", time.Since(start).Round(time.Millisecond))
 	}
 	if err := trigramIndex(ctx, conn); err != nil {
 		log.Warn("pg_trgm/btree_gin unavailable; text search will scan", "err", err)

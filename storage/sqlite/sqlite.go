@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -63,7 +62,7 @@ func Open(ctx context.Context, path string, opts storage.Options) (*Store, error
 		return nil, unavailable(err)
 	}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("database %s does not exist; run tidings migrate: %w", path, storage.ErrSchema)
+		return nil, fmt.Errorf("database %s does not exist: %w", path, storage.ErrSchema)
 	}
 	writer, err := sql.Open("sqlite", dsn(path, "_txlock=immediate"))
 	if err != nil {
@@ -225,42 +224,11 @@ func checkSchema(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case v == 0:
-		return fmt.Errorf("database is not initialised; run tidings migrate: %w", storage.ErrSchema)
-	case v < SchemaVersion:
-		return fmt.Errorf("database schema version %d is older than this binary's %d; run tidings migrate: %w", v, SchemaVersion, storage.ErrSchema)
-	case v > SchemaVersion && minc > SchemaVersion:
-		return fmt.Errorf("database schema version %d needs a newer binary (this one knows %d): %w", v, SchemaVersion, storage.ErrSchema)
-	}
-	return nil
+	return sqlstore.CheckSchema(v, minc, SchemaVersion)
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func migrations() ([]migration, error) {
-	entries, err := migrationFS.ReadDir("migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		n, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: bad name", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{n, e.Name(), string(b)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	return out, nil
+func migrations() ([]sqlstore.Migration, error) {
+	return sqlstore.LoadMigrations(migrationFS, "migrations")
 }
 
 // Migrate creates or upgrades the schema of the database file at path.
@@ -292,11 +260,11 @@ func Migrate(ctx context.Context, path string, log *slog.Logger) error {
 		return nil
 	}
 	for _, m := range ms {
-		if m.version <= v {
+		if m.Version <= v {
 			continue
 		}
 		start := time.Now()
-		log.Info("applying migration", "driver", "sqlite", "migration", m.name)
+		log.Info("applying migration", "driver", "sqlite", "migration", m.Name)
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return unavailable(err)
@@ -306,18 +274,18 @@ func Migrate(ctx context.Context, path string, log *slog.Logger) error {
 			tx.Rollback()
 			return err
 		}
-		if cur >= m.version { // another process migrated meanwhile
+		if cur >= m.Version { // another process migrated meanwhile
 			tx.Rollback()
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("migration %s: %w", m.name, unavailable(err))
+			return fmt.Errorf("migration %s: %w", m.Name, unavailable(err))
 		}
 		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migration %s: %w", m.name, unavailable(err))
+			return fmt.Errorf("migration %s: %w", m.Name, unavailable(err))
 		}
-		log.Info("migration applied", "driver", "sqlite", "migration", m.name, "took", time.Since(start).Round(time.Millisecond))
+		log.Info("migration applied", "driver", "sqlite", "migration", m.Name, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }
