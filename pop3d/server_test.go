@@ -263,7 +263,8 @@ func TestInUseAcrossNodes(t *testing.T) {
 	c2.expect("+OK maildrop has 3 messages *")
 }
 
-// TestSeenOnRetr: RETR sets \Seen unless configured off; TOP never does.
+// TestSeenOnRetr: RETR sets \Seen, in the UPDATE state, unless configured
+// off; TOP never does; a session that does not QUIT sets nothing.
 func TestSeenOnRetr(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, d driver) {
 		for _, off := range []bool{false, true} {
@@ -279,6 +280,15 @@ func TestSeenOnRetr(t *testing.T) {
 				c.send("NOOP")
 				c.expect("+OK")
 				ms, err := e.store.Messages(context.Background(), e.acct.ID, e.acct.ID, e.inbox.ID, nil, storage.MessageOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ms[1].Flags.Seen {
+					t.Errorf("after RETR 2, before QUIT: Seen = true; want false until UPDATE")
+				}
+				c.send("QUIT")
+				c.expect("+OK *")
+				ms, err = e.store.Messages(context.Background(), e.acct.ID, e.acct.ID, e.inbox.ID, nil, storage.MessageOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -57,6 +57,8 @@ type entry struct {
 	size    int64
 	uidl    string
 	deleted bool
+	// seen: RETR sent it and it was not \Seen; the flag is set in UPDATE.
+	seen bool
 }
 
 type session struct {
@@ -811,13 +813,11 @@ func (s *session) cmdRetr(c Command) bool {
 		return false
 	}
 	dw.Close()
+	// \Seen is set in the UPDATE state with the deletions, in one
+	// transaction for the session (as Dovecot does), not one durable
+	// write per RETR: a dropped connection then changes nothing at all.
 	if !s.srv.cfg.NoSeenOnRetr && !m.Flags.Seen {
-		ctx, cancel := s.ctx()
-		_, _, err := s.srv.store.StoreFlags(ctx, s.acct.ID, s.acct.ID, s.inbox.ID, storage.UIDSet{{Start: m.UID, Stop: m.UID}}, storage.FlagsAdd, storage.Flags{Seen: true}, 0)
-		cancel()
-		if err != nil && !errors.Is(err, storage.ErrNotFound) {
-			s.log.Warn("set seen", "uid", m.UID, "err", err)
-		}
+		s.msgs[i].seen = true
 	}
 	return true
 }
@@ -874,11 +874,22 @@ func (s *session) quit() bool {
 		return false
 	}
 	s.state = stateUpdate
-	var set storage.UIDSet
+	var set, seen storage.UIDSet
 	for _, e := range s.msgs {
 		if e.deleted {
 			set = append(set, storage.UIDRange{Start: e.uid, Stop: e.uid})
+		} else if e.seen {
+			seen = append(seen, storage.UIDRange{Start: e.uid, Stop: e.uid})
 		}
+	}
+	if len(seen) > 0 {
+		ctx, cancel := s.ctx()
+		// A failure here is logged, not reported: the messages were
+		// delivered to the client, and deletions must still happen.
+		if _, _, err := s.srv.store.StoreFlags(ctx, s.acct.ID, s.acct.ID, s.inbox.ID, seen, storage.FlagsAdd, storage.Flags{Seen: true}, 0); err != nil {
+			s.log.Warn("set seen", "messages", len(seen), "err", err)
+		}
+		cancel()
 	}
 	if len(set) > 0 {
 		ctx, cancel := s.ctx()
