@@ -126,7 +126,7 @@ func newEnv(t *testing.T, d driver, o envOpts) *env {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	dir := auth.New(st, auth.Config{Argon2: cheapArgon2}, log)
+	dir := auth.New(st, auth.Config{Argon2: cheapArgon2, SessionCheck: 50 * time.Millisecond}, log)
 	e := &env{t: t, store: st, dir: dir, dns: dnstest.New(t)}
 	if _, err := dir.AddDomain(ctx, testDomain); err != nil {
 		t.Fatalf("AddDomain = %v", err)

@@ -39,6 +39,9 @@ type session struct {
 
 	account  *storage.Account // after AUTH
 	commands int
+	// stopWatch ends the watch that drops the connection when the
+	// account is disabled (DESIGN.md §Identity).
+	stopWatch func()
 
 	// transaction
 	from     string
@@ -151,6 +154,9 @@ func (s *session) Reset() {
 }
 
 func (s *session) Logout() error {
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	s.c.busy.Store(false)
 	s.cancel()
 	return nil
@@ -189,6 +195,15 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		s.account = &acct
 		s.log = s.log.With("account", acct.Address)
 		s.log.Info("login", "mech", mech)
+		if s.stopWatch == nil {
+			log := s.log
+			s.stopWatch = s.s.deps.Dir.WatchEnabled(acct.ID, func() {
+				// A message in flight is not acknowledged, so the
+				// client keeps it; nothing is lost.
+				log.Info("account disabled; ending session")
+				s.c.Close()
+			})
+		}
 		return nil
 	}
 	switch strings.ToUpper(mech) {
