@@ -592,6 +592,41 @@ func TestLimits(t *testing.T) {
 	st := d.newDB(t)(t)
 	seed(t, st)
 	e := startServer(t, st, Config{MaxConnsPerIP: 2, MaxConnsPerUserIP: 1, PreAuthTimeout: 500 * time.Millisecond})
+	t.Run("per IP", func(t *testing.T) {
+		a := dialRaw(t, e.plain, false)
+		b := dialRaw(t, e.plain, false)
+		c, err := net.Dial("tcp", e.plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if !strings.HasPrefix(line, "* BYE") {
+			t.Errorf("third connection from one IP got %q; want * BYE", line)
+		}
+		a.c.Close()
+		b.c.Close()
+		// The slots are released on close: a new connection is served
+		// again (bounded wait while the server notices the closes).
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := net.Dial("tcp", e.plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, "* OK") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after closing both connections the server still answers %q", line)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	t.Run("pre-auth deadline", func(t *testing.T) {
 		r := dialRaw(t, e.plain, false)
 		r.c.SetDeadline(time.Now().Add(20 * time.Second))
