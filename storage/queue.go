@@ -126,7 +126,9 @@ type Queue interface {
 	Enqueue(ctx context.Context, src BlobSource, msgs []QueueMessage) ([]string, error)
 	// Claim leases up to limit messages due at now (NextAttempt <= now, not
 	// leased or lease expired) to holder for lease, with their pending
-	// recipients only.
+	// recipients and the failed ones whose DSN is not yet sent (so a DSN
+	// lost to a crash is retried rather than leaving the message queued
+	// for ever).
 	Claim(ctx context.Context, holder string, now time.Time, limit int, lease time.Duration) ([]QueueMessage, error)
 	// Record stores the outcome of an attempt by holder, sets NextAttempt
 	// (zero = keep), releases the lease, and removes the message (and its
