@@ -160,7 +160,7 @@ func (b *ChunkBlobs) Open(ctx context.Context, hash string) (storage.ReaderAtClo
 // openKnown opens a blob whose size the caller read from a row that
 // references it: such a blob is complete (it was registered before the
 // referencing transaction), so the size query of Open is not needed.
-func (b *ChunkBlobs) openKnown(ctx context.Context, hash string, size int64) storage.ReaderAtCloser {
+func (b *ChunkBlobs) openKnown(ctx context.Context, hash string, size int64) *chunkReader {
 	return &chunkReader{b: b, ctx: ctx, hash: hash, size: size, seq: -1}
 }
 

@@ -766,20 +766,33 @@ func (s *Store) OpenMessage(ctx context.Context, pr storage.Principal, owner sto
 	// message, and on PostgreSQL a snapshot transaction would add BEGIN and
 	// COMMIT round trips. The keyword join yields one row per keyword (or
 	// one row with NULL), all from the statement's single snapshot.
-	rows, err := s.query(ctx, `SELECT `+msgCols+`, m.metadata, m.prefix, k.display FROM messages m
+	//
+	// With blobs in the database, a message that fits in one chunk (most
+	// mail) comes with its bytes in the same statement: RETR and BODY[]
+	// then cost one round trip. Larger blobs are read chunk by chunk as
+	// asked, so a partial read still touches only the chunks it needs.
+	cb, inDB := s.blobs.(*ChunkBlobs)
+	chunkCol, chunkJoin := `, NULL`, ``
+	args := []any{mailbox, int64(uid), owner}
+	if inDB {
+		chunkCol = `, c.data`
+		chunkJoin = ` LEFT JOIN blob_chunks c ON c.hash = m.blob_hash AND c.seq = 0 AND m.blob_size <= ?`
+		args = append([]any{int64(ChunkSize)}, args...)
+	}
+	rows, err := s.query(ctx, `SELECT `+msgCols+`, m.metadata, m.prefix, k.display`+chunkCol+` FROM messages m
 		LEFT JOIN message_keywords mk ON mk.mailbox_id = m.mailbox_id AND mk.uid = m.uid
-		LEFT JOIN keywords k ON k.id = mk.keyword_id
-		WHERE m.mailbox_id = ? AND m.uid = ? AND m.account_id = ? ORDER BY k.id`, mailbox, int64(uid), owner)
+		LEFT JOIN keywords k ON k.id = mk.keyword_id`+chunkJoin+`
+		WHERE m.mailbox_id = ? AND m.uid = ? AND m.account_id = ? ORDER BY k.id`, args...)
 	if err != nil {
 		return storage.Message{}, nil, s.dbErr(err)
 	}
 	var m storage.Message
 	var md string
-	var prefix []byte
+	var prefix, chunk []byte
 	found := false
 	for rows.Next() {
 		var kw sql.NullString
-		mm, err := scanMessage(rows, mailbox, &md, &prefix, &kw)
+		mm, err := scanMessage(rows, mailbox, &md, &prefix, &kw, &chunk)
 		if err != nil {
 			rows.Close()
 			return storage.Message{}, nil, s.dbErr(err)
@@ -804,8 +817,12 @@ func (s *Store) OpenMessage(ctx context.Context, pr storage.Principal, owner sto
 	if err := json.Unmarshal([]byte(md), m.Analysis); err != nil {
 		return storage.Message{}, nil, fmt.Errorf("message %d/%d metadata: %v: %w", mailbox, uid, err, storage.ErrUnavailable)
 	}
-	if cb, ok := s.blobs.(*ChunkBlobs); ok {
-		return m, cb.openKnown(ctx, m.BlobHash, m.BlobSize), nil
+	if inDB {
+		r := cb.openKnown(ctx, m.BlobHash, m.BlobSize)
+		if chunk != nil && int64(len(chunk)) == m.BlobSize {
+			r.seq, r.data = 0, chunk
+		}
+		return m, r, nil
 	}
 	r, err := s.blobs.Open(ctx, m.BlobHash)
 	if err != nil {
