@@ -30,7 +30,7 @@ func FuzzConn(f *testing.F) {
 		}
 	}
 	d := drivers()[0]
-	st := d.newDB(f)(f)
+	st := d.NewDB(f)(f)
 	seed(f, st)
 	e := startServer(f, st, Config{AllowInsecureAuth: true, MaxConnsPerIP: 1 << 20, MaxConnsPerUserIP: 1 << 20})
 	// A message to look at in the selected state.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,10 +17,9 @@ import (
 
 	"tidings/auth"
 	"tidings/config"
+	"tidings/internal/drivertest"
 	"tidings/storage"
-	"tidings/storage/postgres"
 	"tidings/storage/postgres/pgtest"
-	"tidings/storage/sqlite"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -35,51 +33,12 @@ const (
 
 var cheapArgon2 = auth.Argon2Params{Time: 1, Memory: 64, Threads: 1}
 
-// driver makes a fresh migrated database and returns an opener for it; each
-// open is a separate Store, as a second node would have.
-type driver struct {
-	name  string
-	newDB func(t testing.TB) func(t testing.TB) storage.Store
-}
+// driver is one of the two storage drivers every test runs on.
+type driver = drivertest.Driver
 
-func drivers() []driver {
-	return []driver{
-		{name: "sqlite", newDB: func(t testing.TB) func(testing.TB) storage.Store {
-			path := filepath.Join(t.TempDir(), "tidings.db")
-			if err := sqlite.Migrate(context.Background(), path, nil); err != nil {
-				t.Fatalf("sqlite.Migrate(%q) = %v", path, err)
-			}
-			return func(t testing.TB) storage.Store {
-				s, err := sqlite.Open(context.Background(), path, storage.Options{})
-				if err != nil {
-					t.Fatalf("sqlite.Open(%q) = %v", path, err)
-				}
-				t.Cleanup(func() { s.Close() })
-				return s
-			}
-		}},
-		{name: "postgres", newDB: func(t testing.TB) func(testing.TB) storage.Store {
-			url := pgtest.NewDatabase(t)
-			if err := postgres.Migrate(context.Background(), url, nil); err != nil {
-				t.Fatalf("postgres.Migrate = %v", err)
-			}
-			return func(t testing.TB) storage.Store {
-				s, err := postgres.Open(context.Background(), url, storage.Options{})
-				if err != nil {
-					t.Fatalf("postgres.Open = %v", err)
-				}
-				t.Cleanup(func() { s.Close() })
-				return s
-			}
-		}},
-	}
-}
+func drivers() []driver { return drivertest.Drivers() }
 
-func forEachDriver(t *testing.T, fn func(t *testing.T, d driver)) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) { fn(t, d) })
-	}
-}
+func forEachDriver(t *testing.T, fn func(t *testing.T, d driver)) { drivertest.Each(t, fn) }
 
 func testTLS(t testing.TB) *tls.Config {
 	t.Helper()
@@ -164,7 +123,7 @@ func startServer(t testing.TB, st storage.Store, cfg Config) *env {
 
 func newEnv(t testing.TB, d driver) *env {
 	t.Helper()
-	st := d.newDB(t)(t)
+	st := d.NewDB(t)(t)
 	seed(t, st)
 	return startServer(t, st, Config{})
 }

@@ -526,7 +526,7 @@ func TestIdleSeesAppend(t *testing.T) {
 // sees an APPEND made through the other.
 func TestCrossNodeIdle(t *testing.T) {
 	d := drivers()[1]
-	open := d.newDB(t)
+	open := d.NewDB(t)
 	st1 := open(t)
 	seed(t, st1)
 	n1 := startServer(t, st1, Config{})
@@ -589,7 +589,7 @@ func TestOverQuota(t *testing.T) {
 
 func TestLimits(t *testing.T) {
 	d := drivers()[0]
-	st := d.newDB(t)(t)
+	st := d.NewDB(t)(t)
 	seed(t, st)
 	e := startServer(t, st, Config{MaxConnsPerIP: 2, MaxConnsPerUserIP: 1, PreAuthTimeout: 500 * time.Millisecond})
 	t.Run("per IP", func(t *testing.T) {

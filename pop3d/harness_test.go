@@ -10,18 +10,16 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"tidings/auth"
 	"tidings/config"
+	"tidings/internal/drivertest"
 	"tidings/message"
 	"tidings/storage"
-	"tidings/storage/postgres"
 	"tidings/storage/postgres/pgtest"
-	"tidings/storage/sqlite"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -36,53 +34,12 @@ const (
 // what is under test here.
 var cheapArgon2 = auth.Argon2Params{Time: 1, Memory: 64, Threads: 1}
 
-// driver opens stores on one database: each call of open gives a new
-// Store (its own pool), as a second node would have.
-type driver struct {
-	name string
-	// newDB makes a fresh migrated database and returns an opener for it.
-	newDB func(t testing.TB) func(t testing.TB) storage.Store
-}
+// driver is one of the two storage drivers every test runs on.
+type driver = drivertest.Driver
 
-func drivers() []driver {
-	return []driver{
-		{name: "sqlite", newDB: func(t testing.TB) func(testing.TB) storage.Store {
-			path := filepath.Join(t.TempDir(), "tidings.db")
-			if err := sqlite.Migrate(context.Background(), path, nil); err != nil {
-				t.Fatalf("sqlite.Migrate(%q) = %v", path, err)
-			}
-			return func(t testing.TB) storage.Store {
-				s, err := sqlite.Open(context.Background(), path, storage.Options{})
-				if err != nil {
-					t.Fatalf("sqlite.Open(%q) = %v", path, err)
-				}
-				t.Cleanup(func() { s.Close() })
-				return s
-			}
-		}},
-		{name: "postgres", newDB: func(t testing.TB) func(testing.TB) storage.Store {
-			url := pgtest.NewDatabase(t)
-			if err := postgres.Migrate(context.Background(), url, nil); err != nil {
-				t.Fatalf("postgres.Migrate = %v", err)
-			}
-			return func(t testing.TB) storage.Store {
-				s, err := postgres.Open(context.Background(), url, storage.Options{})
-				if err != nil {
-					t.Fatalf("postgres.Open = %v", err)
-				}
-				t.Cleanup(func() { s.Close() })
-				return s
-			}
-		}},
-	}
-}
+func drivers() []driver { return drivertest.Drivers() }
 
-// forEachDriver runs fn as a subtest per driver.
-func forEachDriver(t *testing.T, fn func(t *testing.T, d driver)) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) { fn(t, d) })
-	}
-}
+func forEachDriver(t *testing.T, fn func(t *testing.T, d driver)) { drivertest.Each(t, fn) }
 
 // testCerts returns a server TLS config with a self-signed certificate and
 // its PEM file (for clients that want a CA file).
@@ -136,7 +93,7 @@ func newEnv(t testing.TB, d driver, o envOpts) *env {
 	t.Helper()
 	st := o.store
 	if st == nil {
-		st = d.newDB(t)(t)
+		st = d.NewDB(t)(t)
 	}
 	return startEnv(t, st, o)
 }

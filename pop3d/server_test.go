@@ -247,7 +247,7 @@ func TestInUse(t *testing.T) {
 // pool, on one PostgreSQL database.
 func TestInUseAcrossNodes(t *testing.T) {
 	d := drivers()[1]
-	open := d.newDB(t)
+	open := d.NewDB(t)
 	e1 := startEnv(t, open(t), envOpts{})
 	st2 := open(t)
 	e2 := startEnv(t, st2, envOpts{store: st2})

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,10 +24,9 @@ import (
 	"tidings/config"
 	"tidings/delivery"
 	"tidings/internal/dnstest"
+	"tidings/internal/drivertest"
 	"tidings/storage"
-	"tidings/storage/postgres"
 	"tidings/storage/postgres/pgtest"
-	"tidings/storage/sqlite"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -46,45 +44,12 @@ const (
 
 var cheapArgon2 = auth.Argon2Params{Time: 1, Memory: 64, Threads: 1}
 
-type driver struct {
-	name string
-	open func(t testing.TB) storage.Store
-}
+// driver is one of the two storage drivers every test runs on.
+type driver = drivertest.Driver
 
-func drivers() []driver {
-	return []driver{
-		{name: "sqlite", open: func(t testing.TB) storage.Store {
-			path := filepath.Join(t.TempDir(), "tidings.db")
-			if err := sqlite.Migrate(context.Background(), path, nil); err != nil {
-				t.Fatalf("sqlite.Migrate(%q) = %v", path, err)
-			}
-			s, err := sqlite.Open(context.Background(), path, storage.Options{})
-			if err != nil {
-				t.Fatalf("sqlite.Open(%q) = %v", path, err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		}},
-		{name: "postgres", open: func(t testing.TB) storage.Store {
-			url := pgtest.NewDatabase(t)
-			if err := postgres.Migrate(context.Background(), url, nil); err != nil {
-				t.Fatalf("postgres.Migrate = %v", err)
-			}
-			s, err := postgres.Open(context.Background(), url, storage.Options{})
-			if err != nil {
-				t.Fatalf("postgres.Open = %v", err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		}},
-	}
-}
+func drivers() []driver { return drivertest.Drivers() }
 
-func forEachDriver(t *testing.T, fn func(t *testing.T, d driver)) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) { fn(t, d) })
-	}
-}
+func forEachDriver(t *testing.T, fn func(t *testing.T, d driver)) { drivertest.Each(t, fn) }
 
 func testTLS(t testing.TB) *tls.Config {
 	t.Helper()
@@ -121,7 +86,7 @@ type envOpts struct {
 func newEnv(t *testing.T, d driver, o envOpts) *env {
 	t.Helper()
 	ctx := context.Background()
-	st := d.open(t)
+	st := d.NewDB(t)(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
