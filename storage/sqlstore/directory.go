@@ -432,20 +432,28 @@ func (s *Store) CreateAlias(ctx context.Context, a storage.Alias) error {
 
 // DeleteAlias implements storage.Store.
 func (s *Store) DeleteAlias(ctx context.Context, addr string) error {
+	return s.deleteList(ctx, addr, "alias", `DELETE FROM alias_senders WHERE alias_id IN (SELECT id FROM aliases WHERE key = ?)`,
+		`DELETE FROM aliases WHERE key = ?`)
+}
+
+// deleteList removes an alias or group by address: first its child rows
+// (deleteChildren), then the row itself (deleteRow); ErrNotFound when no
+// such row existed.
+func (s *Store) deleteList(ctx context.Context, addr, kind, deleteChildren, deleteRow string) error {
 	key, err := storage.FoldAddress(strings.TrimSpace(addr))
 	if err != nil {
 		return err
 	}
 	return s.withTx(ctx, func(tx *Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM alias_senders WHERE alias_id IN (SELECT id FROM aliases WHERE key = ?)`, key); err != nil {
+		if _, err := tx.Exec(ctx, deleteChildren, key); err != nil {
 			return err
 		}
-		res, err := tx.Exec(ctx, `DELETE FROM aliases WHERE key = ?`, key)
+		res, err := tx.Exec(ctx, deleteRow, key)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return notFound("alias %q", key)
+			return notFound("%s %q", kind, key)
 		}
 		return nil
 	})
@@ -546,23 +554,8 @@ func (s *Store) CreateGroup(ctx context.Context, g storage.Group) error {
 
 // DeleteGroup implements storage.Store.
 func (s *Store) DeleteGroup(ctx context.Context, addr string) error {
-	key, err := storage.FoldAddress(strings.TrimSpace(addr))
-	if err != nil {
-		return err
-	}
-	return s.withTx(ctx, func(tx *Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM group_members WHERE group_id IN (SELECT id FROM mailgroups WHERE key = ?)`, key); err != nil {
-			return err
-		}
-		res, err := tx.Exec(ctx, `DELETE FROM mailgroups WHERE key = ?`, key)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return notFound("group %q", key)
-		}
-		return nil
-	})
+	return s.deleteList(ctx, addr, "group", `DELETE FROM group_members WHERE group_id IN (SELECT id FROM mailgroups WHERE key = ?)`,
+		`DELETE FROM mailgroups WHERE key = ?`)
 }
 
 // Groups implements storage.Store.
