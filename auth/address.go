@@ -47,7 +47,7 @@ const maxAddress = 254
 // Address literals ("user@[192.0.2.1]") are not local-delivery forms either.
 func ParseAddress(s string) (Address, error) {
 	bad := func(why string) (Address, error) {
-		return Address{}, fmt.Errorf("malformed address %q: %s: %w", s, why, ErrBadAddress)
+		return Address{}, lineErrorf(ErrBadAddress, "malformed address %q: %s", s, why)
 	}
 	if s == "" {
 		return bad("empty")

@@ -64,8 +64,11 @@ func TestParseAddress(t *testing.T) {
 
 func TestParseAddressMessage(t *testing.T) {
 	_, err := ParseAddress("foo")
-	if got, want := err.Error(), `malformed address "foo": missing @: malformed address`; got != want {
+	if got, want := err.Error(), `malformed address "foo": missing @`; got != want {
 		t.Errorf("ParseAddress(%q) error = %q; want %q", "foo", got, want)
+	}
+	if !errors.Is(err, ErrBadAddress) {
+		t.Errorf("ParseAddress(%q) error = %v; want it to wrap ErrBadAddress", "foo", err)
 	}
 }
 

@@ -209,7 +209,7 @@ func (d *Directory) AddDomain(ctx context.Context, name string) (storage.Domain,
 	}
 	dom, err := d.store.CreateDomain(ctx, storage.Domain{Name: a, Display: storage.DomainUnicode(a), Kind: storage.DomainLocal})
 	if errors.Is(err, storage.ErrExists) {
-		return dom, fmt.Errorf("domain %q already exists: %w", a, err)
+		return dom, lineErrorf(err, "domain %q already exists", a)
 	}
 	if err != nil {
 		return dom, fmt.Errorf("add domain %q: %w", a, err)
@@ -354,7 +354,7 @@ func (d *Directory) AddUser(ctx context.Context, addr, password string, opt User
 		DefaultMailboxes: defaultMailboxes(),
 	})
 	if errors.Is(err, storage.ErrExists) {
-		return acct, fmt.Errorf("user %q already exists: %w", a.String(), err)
+		return acct, lineErrorf(err, "user %q already exists", a.String())
 	}
 	if err != nil {
 		return acct, fmt.Errorf("add user %q: %w", a.String(), err)
@@ -382,7 +382,7 @@ func (d *Directory) addressFree(ctx context.Context, a Address, what string) err
 		return nil
 	}
 	if is == what {
-		return fmt.Errorf("%s %q already exists: %w", what, a.String(), storage.ErrExists)
+		return lineErrorf(storage.ErrExists, "%s %q already exists", what, a.String())
 	}
 	return fmt.Errorf("address %q is already %s %s: %w", a.String(), article, is, storage.ErrExists)
 }
@@ -395,7 +395,7 @@ func (d *Directory) account(ctx context.Context, addr string) (storage.Account, 
 	}
 	acct, err := d.store.AccountByAddress(ctx, a.Key())
 	if errors.Is(err, storage.ErrNotFound) {
-		return acct, fmt.Errorf("user %q does not exist: %w", a.String(), err)
+		return acct, lineErrorf(err, "user %q does not exist", a.String())
 	}
 	if err != nil {
 		return acct, fmt.Errorf("user %q: %w", a.String(), err)
@@ -544,7 +544,7 @@ func (d *Directory) AddAlias(ctx context.Context, addr string, targets []string)
 	}
 	err = d.store.CreateAlias(ctx, storage.Alias{Address: a.String(), Key: a.Key(), Targets: ts})
 	if errors.Is(err, storage.ErrExists) {
-		return fmt.Errorf("alias %q already exists: %w", a.String(), err)
+		return lineErrorf(err, "alias %q already exists", a.String())
 	}
 	if err != nil {
 		return fmt.Errorf("add alias %q: %w", a.String(), err)
@@ -607,7 +607,7 @@ func (d *Directory) RemoveAlias(ctx context.Context, addr string) error {
 	}
 	err = d.store.DeleteAlias(ctx, a.Key())
 	if errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("alias %q does not exist: %w", a.String(), err)
+		return lineErrorf(err, "alias %q does not exist", a.String())
 	}
 	if err != nil {
 		return fmt.Errorf("remove alias %q: %w", a.String(), err)
@@ -624,7 +624,7 @@ func (d *Directory) AddGroup(ctx context.Context, addr string, members []string)
 	}
 	err = d.store.CreateGroup(ctx, storage.Group{Address: a.String(), Key: a.Key(), Members: ms})
 	if errors.Is(err, storage.ErrExists) {
-		return fmt.Errorf("group %q already exists: %w", a.String(), err)
+		return lineErrorf(err, "group %q already exists", a.String())
 	}
 	if err != nil {
 		return fmt.Errorf("add group %q: %w", a.String(), err)
@@ -656,7 +656,7 @@ func (d *Directory) RemoveGroup(ctx context.Context, addr string) error {
 	}
 	err = d.store.DeleteGroup(ctx, a.Key())
 	if errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("group %q does not exist: %w", a.String(), err)
+		return lineErrorf(err, "group %q does not exist", a.String())
 	}
 	if err != nil {
 		return fmt.Errorf("remove group %q: %w", a.String(), err)
